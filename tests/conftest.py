@@ -1,0 +1,42 @@
+"""Shared fixtures: ledger databases (SQLite file and a throwaway PostgreSQL database)."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+
+import psycopg
+import pytest
+
+from include.esg_report.settings import LedgerSettings
+
+PG_HOST = os.environ.get("ESG_TEST_PG_HOST", "127.0.0.1")
+PG_PORT = int(os.environ.get("ESG_TEST_PG_PORT", "5432"))
+PG_USER = os.environ.get("ESG_TEST_PG_USER", "postgres")
+
+
+@pytest.fixture
+def postgres_ledger() -> Iterator[LedgerSettings]:
+    """A fresh PostgreSQL database on the machine's server, dropped afterwards."""
+    name = f"esg_test_{uuid.uuid4().hex[:10]}"
+    admin = f"host={PG_HOST} port={PG_PORT} user={PG_USER} dbname=postgres"
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield LedgerSettings(dialect="postgresql", host=PG_HOST, port=PG_PORT, database=name, login=PG_USER)
+    finally:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def sqlite_ledger(tmp_path) -> LedgerSettings:
+    """A SQLite ledger file in the test's temporary folder."""
+    return LedgerSettings(dialect="sqlite", sqlite_path=tmp_path / "ledger.sqlite")
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def ledger_settings(request) -> LedgerSettings:
+    """Each ledger test runs on both databases."""
+    return request.getfixturevalue("sqlite_ledger" if request.param == "sqlite" else "postgres_ledger")
