@@ -28,8 +28,10 @@ log = logging.getLogger(__name__)
 
 TRANSIENT_STATUSES = frozenset({408, 429}) | frozenset(range(500, 600))
 MAX_RETRY_AFTER = 60.0
-# Tokens may live only 30 s, so authlib's default 60 s leeway would refetch on every call.
+# Renew a token this long before it expires, but at most a fifth of its lifetime: tokens may
+# live only 30 s (or less), and authlib's fixed default of 60 s would refetch on every call.
 TOKEN_LEEWAY_SECONDS = 5
+TOKEN_LEEWAY_SHARE = 0.2
 
 
 class UpstreamError(Exception):
@@ -128,6 +130,7 @@ class OAuthApi:
             timeout=httpx2.Timeout(settings.read_timeout, connect=settings.connect_timeout),
             limits=httpx2.Limits(max_connections=settings.concurrency + 4),
             follow_redirects=False,
+            update_token=self._token_renewed,
         )
         self._token_lock = asyncio.Lock()
 
@@ -136,6 +139,14 @@ class OAuthApi:
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self._client.aclose()
+
+    def _fit_leeway(self) -> None:
+        lifetime = float((self._client.token or {}).get("expires_in") or 0)
+        self._client.leeway = min(TOKEN_LEEWAY_SECONDS, lifetime * TOKEN_LEEWAY_SHARE)
+
+    async def _token_renewed(self, token: dict[str, Any], **_: Any) -> None:
+        """authlib's callback after it renewed an expiring token by itself."""
+        self._fit_leeway()
 
     async def _new_token(self, stale: str | None) -> None:
         """Fetch a token unless another coroutine already replaced `stale`."""
@@ -159,6 +170,7 @@ class OAuthApi:
                 raise TransientError(f"token endpoint unreachable ({type(exc).__name__})") from None
             except (ValueError, KeyError) as exc:
                 raise TransientError(f"token endpoint answered badly ({type(exc).__name__})") from None
+            self._fit_leeway()
 
     def _token(self) -> str | None:
         return (self._client.token or {}).get("access_token")

@@ -75,7 +75,7 @@ def test_params_are_typed_and_documented(dag):
     params = dag.params
     assert set(params.keys()) == {"report_date", "account_ids", "force_refresh"}
     assert params["account_ids"] == [] and params["force_refresh"] is False and params["report_date"] is None
-    for name in params.keys():
+    for name in params:
         param = params.get_param(name)
         assert param.description and param.schema.get("type")
 

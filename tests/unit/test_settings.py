@@ -28,7 +28,12 @@ def test_defaults_and_path_base_url():
 
 
 def test_extra_overrides():
-    extra = {"token_url": "https://a.example/t", "scope": "esg:read x", "rate_limit_per_second": "100", "page_size": 5000}
+    extra = {
+        "token_url": "https://a.example/t",
+        "scope": "esg:read x",
+        "rate_limit_per_second": "100",
+        "page_size": 5000,
+    }
     s = api_settings_from_fields("esg_api", **fields(extra=extra))
     assert (s.scope, s.rate_limit_per_second, s.page_size) == ("esg:read x", 100.0, 1000)
 

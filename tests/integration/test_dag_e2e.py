@@ -1,0 +1,170 @@
+"""End to end: `airflow dags test` against the sandbox with faults on, publishing to moto's S3 server."""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import hashlib
+import io
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import boto3
+import pytest
+
+from include.esg_report.report import COLUMNS, escape_formula
+from include.esg_sandbox.process import run_sandbox
+
+ROOT = Path(__file__).resolve().parents[2]
+AIRFLOW = str(Path(sys.executable).with_name("airflow"))
+REPORT_DATE = "2026-12-04"
+LOGICAL_DATE = "2026-12-04T05:00:00-06:00"
+BUCKET = "esg-reports"
+KMS_KEY = "arn:aws:kms:us-east-1:123456789012:key/esg-report-test"
+FAULTS = (
+    "transient_5xx=0.04,rate_429=0.03,trickle=0.02,revoked_token=0.03,always_401=0.02,always_5xx=0.01,"
+    "html=0.02,truncated=0.02,not_json_object=0.01,not_found=0.02,bad_request=0.01,forbidden=0.01,"
+    "wrong_id=0.02,invalid=0.02,partial=0.06,slow=0.01,"
+    "repeat_accounts=1,inactive_in_active=1,short_pages=1,accounts_5xx=1"
+)
+
+pytestmark = pytest.mark.e2e
+
+
+def airflow_env(home: Path, sandbox_url: str, s3_url: str) -> dict[str, str]:
+    def api(scope: str, **extra) -> str:
+        return json.dumps(
+            {
+                "conn_type": "http",
+                "host": sandbox_url,
+                "login": "esg-local",
+                "password": "esg-local-secret",
+                "extra": {"token_url": f"{sandbox_url}/oauth2/token", "scope": scope, **extra},
+            }
+        )
+
+    return {
+        **os.environ,
+        "AIRFLOW_HOME": str(home),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "PYTHONPATH": str(ROOT),
+        "AIRFLOW_CONN_ACCOUNT_MANAGEMENT": api("accounts:read", page_size=50),
+        "AIRFLOW_CONN_ESG_API": api(
+            "esg:read", rate_limit_per_second=100, request_deadline=3.5, read_timeout=3, max_attempts=4
+        ),
+        "AIRFLOW_CONN_ESG_LEDGER": json.dumps({"conn_type": "sqlite", "host": str(home / "ledger.sqlite")}),
+        "AIRFLOW_CONN_AWS_DEFAULT": json.dumps(
+            {
+                "conn_type": "aws",
+                "login": "testing",
+                "password": "testing",
+                "extra": {"endpoint_url": s3_url, "region_name": "us-east-1", "sse_kms_key_id": KMS_KEY},
+            }
+        ),
+        "AIRFLOW_VAR_ESG_REPORT_BASE": f"s3://aws_default@{BUCKET}/esg-ratings",
+        "AIRFLOW_VAR_ESG_BATCH_SIZE": "60",
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+    }
+
+
+def run(args: list[str], env: dict[str, str], log: Path, timeout: int = 600) -> None:
+    with log.open("a") as out:
+        done = subprocess.run(args, env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, timeout=timeout)
+    assert done.returncode == 0, f"{args[:3]} failed; log tail:\n{log.read_text()[-4000:]}"
+
+
+@pytest.fixture(scope="module")
+def published(tmp_path_factory, moto_s3):
+    home = tmp_path_factory.mktemp("airflow_home")
+    log = home / "run.log"
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=moto_s3,
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
+    s3.create_bucket(Bucket=BUCKET)
+    with run_sandbox(accounts=240, faults=FAULTS, rate_limit=100, trickle_seconds=8, seed=11) as sandbox:
+        env = airflow_env(home, sandbox.url, moto_s3)
+        run([AIRFLOW, "db", "migrate"], env, log)
+        run([AIRFLOW, "pools", "set", "esg_api", "4", "ESG fetches"], env, log)
+        run([AIRFLOW, "dags", "test", "esg_ratings_report", LOGICAL_DATE], env, log)
+        yield {
+            "s3": s3,
+            "oracle": sandbox.expected(REPORT_DATE),
+            "stats": sandbox.stats(per_account=True),
+            "log": log.read_text(),
+        }
+
+
+def _key(name: str) -> str:
+    return f"esg-ratings/report_date={REPORT_DATE}/{name}"
+
+
+def test_report_rows_match_what_the_sandbox_served(published):
+    s3 = published["s3"]
+    body = s3.get_object(Bucket=BUCKET, Key=_key(f"esg_ratings_{REPORT_DATE}.csv.gz"))["Body"].read()
+    text = gzip.decompress(body).decode("utf-8")
+    rows = list(csv.reader(io.StringIO(text, newline="")))
+    assert tuple(rows[0]) == COLUMNS
+    expected = [
+        [escape_formula(r[0]), escape_formula(r[1]), *r[2:6], escape_formula(r[6]), *r[7:]]
+        for r in published["oracle"]["rows"]
+    ]
+    assert len(rows) - 1 == len(expected) == 240
+    for got, want in zip(rows[1:], expected, strict=True):
+        assert got == want
+    statuses = {r[-1] for r in rows[1:]}
+    assert statuses == {"Successful", "Partial", "Failed"}
+
+
+def test_manifest_matches_report_and_is_complete(published):
+    s3 = published["s3"]
+    body = s3.get_object(Bucket=BUCKET, Key=_key(f"esg_ratings_{REPORT_DATE}.csv.gz"))["Body"].read()
+    manifest = json.loads(s3.get_object(Bucket=BUCKET, Key=_key("_SUCCESS.json"))["Body"].read())
+    assert manifest["sha256"] == hashlib.sha256(body).hexdigest()
+    assert manifest["bytes"] == len(body)
+    assert manifest["row_count"] == 240
+    assert manifest["report_date"] == REPORT_DATE
+    assert manifest["report"] == f"esg_ratings_{REPORT_DATE}.csv.gz"
+    assert manifest["schema_version"] == 1
+    assert manifest["columns"] == list(COLUMNS)
+    assert manifest["formula_escaping"] == "leading-apostrophe"
+    assert manifest["run_id"].startswith("manual__") or manifest["run_id"]
+    oracle_counts = {}
+    for row in published["oracle"]["rows"]:
+        oracle_counts[row[-1]] = oracle_counts.get(row[-1], 0) + 1
+    assert manifest["status_counts"] == oracle_counts
+
+
+def test_objects_are_encrypted_with_the_configured_kms_key(published):
+    s3 = published["s3"]
+    for name in (f"esg_ratings_{REPORT_DATE}.csv.gz", "_SUCCESS.json"):
+        head = s3.head_object(Bucket=BUCKET, Key=_key(name))
+        assert head["ServerSideEncryption"] == "aws:kms", name
+        assert head["SSEKMSKeyId"].endswith("esg-report-test"), name
+
+
+def test_nothing_left_in_staging(published):
+    listing = published["s3"].list_objects_v2(Bucket=BUCKET, Prefix="esg-ratings/")
+    keys = sorted(o["Key"] for o in listing.get("Contents", []))
+    assert keys == [_key("_SUCCESS.json"), _key(f"esg_ratings_{REPORT_DATE}.csv.gz")]
+
+
+def test_the_job_caused_no_429_and_each_account_succeeded_at_most_once(published):
+    stats = published["stats"]
+    assert stats["rate_limited_429"] == 0
+    assert all(v["ok"] <= 1 for v in stats["per_account"].values())
+
+
+def test_four_batches_ran_and_secrets_stay_out_of_the_log(published):
+    log = published["log"]
+    for index in range(1, 5):
+        assert f"batch {index}/4: " in log
+    assert "esg-local-secret" not in log
