@@ -48,7 +48,7 @@ def main() -> int:
     """Run the benchmark and print its figures."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--accounts", type=int, default=5000)
-    parser.add_argument("--rate", type=float, default=100)
+    parser.add_argument("--rate", type=int, default=100)
     parser.add_argument("--parallel", type=int, default=4, help="batches running at once (pool slots)")
     parser.add_argument("--batch-size", type=int, default=500)
     parser.add_argument("--latency-ms", type=int, default=20)

@@ -36,7 +36,8 @@ async def fetch_ratings(
         for account_id in pending:
             started = _now()
             result, attempts = await client.rating(account_id, report_date)
-            on_result(result, attempts, started, _now())
+            # A ledger commit may wait on another worker's; waiting off the loop keeps the pacing steady.
+            await asyncio.to_thread(on_result, result, attempts, started, _now())
             counts[result.status.value] += 1
             if result.reason:
                 log.info("%s %s after %d attempt(s): %s", account_id, result.status, attempts, result.reason)

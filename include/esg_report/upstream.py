@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import email.utils
 import logging
 import time
@@ -25,6 +26,8 @@ from tenacity import (
 from include.esg_report.settings import ApiSettings
 
 log = logging.getLogger(__name__)
+# httpx2 logs every request at INFO: thousands of lines per batch that say nothing new.
+logging.getLogger("httpx2").setLevel(logging.WARNING)
 
 TRANSIENT_STATUSES = frozenset({408, 429}) | frozenset(range(500, 600))
 MAX_RETRY_AFTER = 60.0
@@ -32,6 +35,10 @@ MAX_RETRY_AFTER = 60.0
 # live only 30 s (or less), and authlib's fixed default of 60 s would refetch on every call.
 TOKEN_LEEWAY_SECONDS = 5
 TOKEN_LEEWAY_SHARE = 0.2
+
+
+# The running request's deadline, armed only once its rate permit is granted (in the request hook).
+_deadline: contextvars.ContextVar[asyncio.Timeout | None] = contextvars.ContextVar("deadline", default=None)
 
 
 class UpstreamError(Exception):
@@ -131,6 +138,9 @@ class OAuthApi:
             limits=httpx2.Limits(max_connections=settings.concurrency + 4),
             follow_redirects=False,
             update_token=self._token_renewed,
+            # The permit is taken in the hook, right before the bytes leave: any delay between
+            # permit and send would let requests bunch at the server beyond the rate.
+            event_hooks={"request": [self._take_permit]},
         )
         self._token_lock = asyncio.Lock()
 
@@ -139,6 +149,12 @@ class OAuthApi:
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self._client.aclose()
+
+    async def _take_permit(self, request: httpx2.Request) -> None:
+        if self._before_request is not None and str(request.url) != self.settings.token_url:
+            await self._before_request()
+        if (timeout := _deadline.get()) is not None:
+            timeout.reschedule(asyncio.get_running_loop().time() + self.settings.request_deadline)
 
     def _fit_leeway(self) -> None:
         lifetime = float((self._client.token or {}).get("expires_in") or 0)
@@ -178,12 +194,14 @@ class OAuthApi:
     async def _send_once(self, url: str, params: dict[str, str] | None) -> httpx2.Response:
         if self._token() is None:
             await self._new_token(None)
-        if self._before_request is not None:
-            await self._before_request()
         try:
-            async with asyncio.timeout(self.settings.request_deadline):
-                # authlib refreshes the token itself shortly before it expires (leeway).
-                return await self._client.get(url, params=params)
+            async with asyncio.timeout(None) as timeout:
+                armed = _deadline.set(timeout)
+                try:
+                    # authlib refreshes the token itself shortly before it expires (leeway).
+                    return await self._client.get(url, params=params)
+                finally:
+                    _deadline.reset(armed)
         except TimeoutError:
             raise TransientError(f"no complete answer within {self.settings.request_deadline:g} s") from None
         except httpx2.TimeoutException as exc:

@@ -136,6 +136,8 @@ def main(argv: list[str] | None = None) -> int:
             log_level=args.log_level,
             lifespan="off",
             timeout_graceful_shutdown=1,
+            # Longer than typical client pool idle times, so pooled connections rarely race a close.
+            timeout_keep_alive=30,
             server_header=False,
         )
     )

@@ -12,6 +12,7 @@ from datetime import UTC, date, datetime
 from urllib.parse import parse_qsl, unquote_plus, unquote_to_bytes
 
 from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
@@ -276,7 +277,8 @@ class Handlers:
             as_of = parse_as_of(as_of_text) if as_of_text is not None else _today()
         except ValueError as exc:
             return error_response(400, "invalid_request", str(exc), {})
-        return json_response(self.state.expected(as_of))
+        # Large datasets take seconds to compute; keep the event loop serving meanwhile.
+        return await run_in_threadpool(lambda: json_response(self.state.expected(as_of)))
 
     async def plan(self, request: Request) -> Response:
         """GET /_sandbox/plan: which account has which fault."""

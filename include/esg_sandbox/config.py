@@ -32,6 +32,7 @@ class SandboxConfig:
     trickle_seconds: float = 30.0
 
     def __post_init__(self) -> None:
+        """Fill the default inactive count and validate every setting."""
         if self.inactive is None:
             self.inactive = round(self.accounts * 0.1)
         if self.accounts < 0 or self.inactive < 0:

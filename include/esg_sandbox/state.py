@@ -15,7 +15,8 @@ from include.esg_sandbox.oracle import expected_report, served_rating
 
 ALL_SCOPES: tuple[str, ...] = ("accounts:read", "esg:read")
 _TOKEN_PURGE_THRESHOLD = 10_000
-_RATING_CACHE_SIZE = 200_000
+# Enough for retries in flight; a rating costs ~25 us to rebuild and ~1 KB to keep.
+_RATING_CACHE_SIZE = 20_000
 # Unknown ids are tracked too (they reveal encoding bugs), but a flood of them must not eat memory.
 _MAX_UNKNOWN_TRACKED = 10_000
 

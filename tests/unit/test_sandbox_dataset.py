@@ -89,11 +89,13 @@ def dataset() -> Dataset:
 
 
 def test_dataset_is_deterministic_per_seed(dataset: Dataset) -> None:
+    """The same seed builds the same accounts; another seed does not."""
     assert Dataset(279, 28, 42).accounts == dataset.accounts
     assert Dataset(279, 28, 43).accounts != dataset.accounts
 
 
 def test_counts_and_statuses(dataset: Dataset) -> None:
+    """N active accounts plus the inactive/closed ones, with unique ids."""
     statuses = [a.status for a in dataset.accounts]
     assert statuses.count(ACTIVE) == 279
     assert len(statuses) == 279 + 28
@@ -103,11 +105,13 @@ def test_counts_and_statuses(dataset: Dataset) -> None:
 
 
 def test_default_inactive_share() -> None:
+    """Without --inactive the dataset holds about 10 % inactive accounts."""
     assert SandboxConfig(accounts=279).inactive == 28
     assert SandboxConfig(accounts=5000).inactive == 500
 
 
 def test_hard_ids_are_present_and_bounded(dataset: Dataset) -> None:
+    """Ids that break naive URL, CSV or spreadsheet handling are always there."""
     active = {a.account_id for a in dataset.accounts if a.status == ACTIVE}
     assert set(HARD_ACTIVE_IDS) <= active
     ids = list(dataset.by_id)
@@ -122,6 +126,7 @@ def test_hard_ids_are_present_and_bounded(dataset: Dataset) -> None:
 
 
 def test_small_dataset_has_no_hard_cases() -> None:
+    """Below 20 accounts the dataset is plain."""
     small = Dataset(10, 1, 42)
     assert not small.hard_ids
     assert len([a for a in small.accounts if a.status == ACTIVE]) == 10
@@ -132,6 +137,7 @@ def _has_script(text: str, script: str) -> bool:
 
 
 def test_nasty_names_are_present(dataset: Dataset) -> None:
+    """Every kind of nasty account name is present at the default size."""
     names = [a.account_name for a in dataset.accounts if a.status == ACTIVE]
     checks = {
         "comma": lambda n: "," in n,
@@ -159,6 +165,7 @@ def test_nasty_names_are_present(dataset: Dataset) -> None:
 
 
 def test_listing_is_shuffled_not_sorted(dataset: Dataset) -> None:
+    """The listing order is a shuffle, and the status filter holds."""
     ids = [a.account_id for a in dataset.listing("all")]
     assert ids != sorted(ids)
     assert [a.status for a in dataset.listing("active")] == [ACTIVE] * 279
@@ -166,6 +173,7 @@ def test_listing_is_shuffled_not_sorted(dataset: Dataset) -> None:
 
 
 def test_large_dataset_keeps_unique_ids_and_some_nasty_names() -> None:
+    """Large datasets keep unique ids and sprinkle nasty names."""
     big = Dataset(20_000, 2_000, 7)
     assert len(big.by_id) == 22_000
     sprinkled = [a for a in big.accounts if any(a.account_name.startswith(n) for n in NASTY_NAMES)]
@@ -180,17 +188,20 @@ def test_large_dataset_keeps_unique_ids_and_some_nasty_names() -> None:
     [("7.25E1", "72.5"), ("1e2", "100"), ("72.50", "72.50"), ("100.0", "100.0"), ("0", "0"), ("725e-1", "72.5")],
 )
 def test_number_text_is_plain_decimal_of_the_literal(literal: str, text: str) -> None:
+    """Report text of a number is the plain decimal of its literal."""
     assert number_text(literal) == text
 
 
 @pytest.mark.parametrize("text", ["2026-02-30", "2026-2-3", "20261204", "2026-12-04T00:00:00", "", "0001-01-01"])
 def test_parse_as_of_is_strict(text: str) -> None:
+    """Only YYYY-MM-DD dates are accepted."""
     with pytest.raises(ValueError):
         parse_as_of(text)
     assert parse_as_of("2026-12-04") == AS_OF
 
 
 def test_normal_ratings_are_valid_deterministic_and_consistent(dataset: Dataset) -> None:
+    """Normal ratings validate fully and match their intent."""
     for account_id in dataset.active_ids:
         rating = normal_rating(42, account_id, AS_OF)
         assert rating == normal_rating(42, account_id, AS_OF)
@@ -205,6 +216,7 @@ def test_normal_ratings_are_valid_deterministic_and_consistent(dataset: Dataset)
 
 
 def test_score_literals_include_other_valid_spellings() -> None:
+    """Scores use exponent and trailing-zero spellings now and then."""
     literals = [
         lit
         for i in range(3000)
@@ -220,6 +232,7 @@ def test_score_literals_include_other_valid_spellings() -> None:
 
 
 def test_partial_ratings_break_one_to_four_fields(dataset: Dataset) -> None:
+    """Partial ratings break 1-4 fields by missing, null or invalid values."""
     modes: set[str] = set()
     for account_id in dataset.active_ids:
         rating = partial_rating(42, account_id, AS_OF)
@@ -234,6 +247,7 @@ def test_partial_ratings_break_one_to_four_fields(dataset: Dataset) -> None:
 
 
 def test_invalid_ratings_break_all_seven_fields_differently(dataset: Dataset) -> None:
+    """Invalid ratings break all seven fields, each differently."""
     for account_id in dataset.active_ids[:100]:
         rating = invalid_rating(42, account_id, AS_OF)
         assert None not in rating.literals and "null" not in rating.literals
@@ -245,6 +259,7 @@ def test_invalid_ratings_break_all_seven_fields_differently(dataset: Dataset) ->
 
 
 def test_fault_spec_parsing() -> None:
+    """none, default and kind=fraction lists parse."""
     assert FaultSpec.parse("none").esg == {}
     assert FaultSpec.parse("none").listing == frozenset()
     default = FaultSpec.parse("default")
@@ -258,11 +273,13 @@ def test_fault_spec_parsing() -> None:
 
 @pytest.mark.parametrize("text", ["bogus=0.1", "html=2", "html=abc", "html=0.6,partial=0.6", "short_pages=0.5"])
 def test_fault_spec_rejects_bad_specs(text: str) -> None:
+    """Unknown kinds and bad fractions are rejected."""
     with pytest.raises(ValueError):
         FaultSpec.parse(text)
 
 
 def test_default_plan_has_every_kind_once_per_account(dataset: Dataset) -> None:
+    """The default plan has every kind, on active non-hard accounts only."""
     plan = build_plan(FaultSpec.parse("default"), dataset)
     assert plan == build_plan(FaultSpec.parse("default"), Dataset(279, 28, 42))
     assert set(plan.esg.values()) == set(ESG_FAULT_KINDS)
@@ -274,6 +291,7 @@ def test_default_plan_has_every_kind_once_per_account(dataset: Dataset) -> None:
 
 
 def test_default_plan_at_fifty_accounts_and_tiny_datasets() -> None:
+    """Every kind at 50 accounts; tiny datasets still get a plan."""
     fifty = Dataset(50, 5, 3)
     assert set(build_plan(FaultSpec.parse("default"), fifty).esg.values()) == set(ESG_FAULT_KINDS)
     build_plan(FaultSpec.parse("default"), Dataset(20, 2, 3))
@@ -281,6 +299,7 @@ def test_default_plan_at_fifty_accounts_and_tiny_datasets() -> None:
 
 
 def test_explicit_plan_counts_and_overflow() -> None:
+    """Fractions become counts (at least one); too many faults is an error."""
     data = Dataset(100, 10, 5)
     plan = build_plan(FaultSpec.parse("html=0.1,slow=0.001"), data)
     assert len(plan.accounts_with("html")) == 10
@@ -296,6 +315,7 @@ def test_explicit_plan_counts_and_overflow() -> None:
     + [(k, "Failed") for k in FAILED_KINDS],
 )
 def test_expected_status_per_kind(kind: str | None, status: str) -> None:
+    """Each fault kind maps to its processing_status."""
     assert expected_status(kind) == status
 
 
@@ -303,6 +323,7 @@ def test_expected_status_per_kind(kind: str | None, status: str) -> None:
 
 
 def test_oracle_rows_follow_the_plan(dataset: Dataset) -> None:
+    """Oracle rows agree with re-validating what the server serves."""
     plan = build_plan(FaultSpec.parse("default"), dataset)
     report = expected_report(dataset, plan, AS_OF)
     assert report["columns"] == list(REPORT_COLUMNS) and len(REPORT_COLUMNS) == 10
@@ -324,6 +345,7 @@ def test_oracle_rows_follow_the_plan(dataset: Dataset) -> None:
 
 
 def test_oracle_without_faults_is_all_successful(dataset: Dataset) -> None:
+    """Without faults every row is Successful with all fields set."""
     plan = build_plan(FaultSpec.parse("none"), dataset)
     rows = expected_report(dataset, plan, AS_OF)["rows"]
     assert len(rows) == 279 and {r[-1] for r in rows} == {"Successful"}
@@ -334,6 +356,7 @@ def test_oracle_without_faults_is_all_successful(dataset: Dataset) -> None:
 
 
 def test_cursor_roundtrip_and_tampering() -> None:
+    """Cursors round-trip; tampered or foreign ones are rejected."""
     codec = CursorCodec(42)
     cursor = codec.encode(Position("active", 500, 1))
     assert codec.decode(cursor) == Position("active", 500, 1)
@@ -348,6 +371,7 @@ def test_cursor_roundtrip_and_tampering() -> None:
 
 @pytest.mark.parametrize(("short", "repeat"), [(False, False), (True, False), (False, True), (True, True)])
 def test_page_walk_covers_every_item(short: bool, repeat: bool) -> None:
+    """Walking the pages reaches every item, whatever the listing faults."""
     items = list(range(1234))
     seen: list[int] = []
     offset, page = 0, 0
@@ -368,6 +392,7 @@ def test_page_walk_covers_every_item(short: bool, repeat: bool) -> None:
 
 
 def test_sliding_window_limiter() -> None:
+    """The limiter counts accepted requests in (now - 1 s, now] per client."""
     limiter = SlidingWindowLimiter()
     results = [limiter.acquire("c", 10.0 + i * 0.1, 5) for i in range(5)]
     assert [r[:2] for r in results] == [(True, 4), (True, 3), (True, 2), (True, 1), (True, 0)]
@@ -380,6 +405,7 @@ def test_sliding_window_limiter() -> None:
 
 
 def test_max_requests_in_any_second_is_exact() -> None:
+    """max_requests_in_any_second equals a brute-force count."""
     rng = random.Random(1)
     arrivals = sorted(rng.uniform(0, 5) for _ in range(400))
     stats = Stats()
@@ -392,6 +418,7 @@ def test_max_requests_in_any_second_is_exact() -> None:
 
 
 def test_config_validation() -> None:
+    """Runtime settings and --client values are validated."""
     config = SandboxConfig()
     config.update({"latency_ms": 5, "rate_limit": 10})
     assert (config.latency_ms, config.rate_limit) == (5.0, 10)
