@@ -1,0 +1,1 @@
+CREATE DATABASE esg_ledger OWNER airflow;
