@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextvars
 import email.utils
 import logging
@@ -10,6 +11,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Self
+from urllib.parse import quote_plus
 
 import httpx2
 from authlib.integrations.base_client.errors import OAuthError
@@ -64,6 +66,20 @@ class PermanentError(UpstreamError):
 
 class CredentialsError(Exception):
     """The token endpoint refused the client: wrong credentials or scope, a configuration error."""
+
+
+RFC6749_BASIC = "client_secret_basic_rfc6749"
+
+
+def rfc6749_basic(client: Any, method: str, uri: str, headers: dict[str, str], body: str) -> tuple:
+    """HTTP Basic client authentication with form-encoded id and secret (RFC 6749 section 2.3.1).
+
+    authlib's own client_secret_basic sends them raw, which a compliant server misreads as soon as
+    a secret holds `%`, `+` or `:`, and cannot send at all beyond Latin-1.
+    """
+    pair = f"{quote_plus(client.client_id)}:{quote_plus(client.client_secret)}"
+    headers["Authorization"] = "Basic " + base64.b64encode(pair.encode()).decode()
+    return uri, headers, body
 
 
 def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
@@ -132,6 +148,7 @@ class OAuthApi:
             client_secret=settings.client_secret,
             scope=settings.scope,
             token_endpoint=settings.token_url,
+            token_endpoint_auth_method=RFC6749_BASIC,
             grant_type="client_credentials",
             leeway=TOKEN_LEEWAY_SECONDS,
             timeout=httpx2.Timeout(settings.read_timeout, connect=settings.connect_timeout),
@@ -142,6 +159,7 @@ class OAuthApi:
             # permit and send would let requests bunch at the server beyond the rate.
             event_hooks={"request": [self._take_permit]},
         )
+        self._client.register_client_auth_method((RFC6749_BASIC, rfc6749_basic))
         self._token_lock = asyncio.Lock()
 
     async def __aenter__(self) -> Self:

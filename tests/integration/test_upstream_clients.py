@@ -281,3 +281,12 @@ def test_rate_limit_is_shared_by_concurrent_processes(tmp_path):
     assert stats["max_requests_in_any_second"] <= rate
     # Three processes sharing one budget of 40/s need about 240/40 = 6 s; separate budgets would take 2 s.
     assert elapsed >= 5.0
+
+
+def test_credentials_with_reserved_and_non_latin_characters():
+    # RFC 6749 2.3.1: id and secret are form-encoded before Basic; the sandbox decodes them so.
+    client_id, secret = "esg job+1", "p%ss:wörd/ü+=&"
+    with run_sandbox(accounts=20, faults="none", clients=[f"{client_id}:{secret}"]) as server:
+        settings = api_settings(server.url, client_id=client_id, client_secret=secret, page_size=100)
+        listed = asyncio.run(list_all(settings))
+    assert len({a.account_id for a in listed if a.status == "active"}) == 20
