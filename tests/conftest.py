@@ -79,3 +79,17 @@ def moto_s3() -> Iterator[str]:
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def s3_client(moto_s3):
+    """A boto3 S3 client for moto's server."""
+    import boto3
+
+    return boto3.client(
+        "s3",
+        endpoint_url=moto_s3,
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )

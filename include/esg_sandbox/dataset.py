@@ -11,6 +11,8 @@ ACTIVE = "active"
 INACTIVE = "inactive"
 CLOSED = "closed"
 
+# Spelled out from the contract rather than imported from the job: the sandbox stands in for other
+# teams' systems, and its oracle must not share the definitions of the code it checks.
 ESG_FIELDS: tuple[str, ...] = (
     "overall_esg_score",
     "environmental_score",

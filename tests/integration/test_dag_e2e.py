@@ -13,7 +13,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import boto3
 import pytest
 
 from include.esg_report.report import COLUMNS, escape_formula
@@ -80,16 +79,10 @@ def run(args: list[str], env: dict[str, str], log: Path, timeout: int = 600) -> 
 
 
 @pytest.fixture(scope="module")
-def published(tmp_path_factory, moto_s3):
+def published(tmp_path_factory, moto_s3, s3_client):
     home = tmp_path_factory.mktemp("airflow_home")
     log = home / "run.log"
-    s3 = boto3.client(
-        "s3",
-        endpoint_url=moto_s3,
-        region_name="us-east-1",
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-    )
+    s3 = s3_client
     s3.create_bucket(Bucket=BUCKET)
     with run_sandbox(accounts=240, faults=FAULTS, rate_limit=100, trickle_seconds=8, seed=11) as sandbox:
         env = airflow_env(home, sandbox.url, moto_s3)

@@ -7,7 +7,6 @@ import gzip
 import hashlib
 import json
 
-import boto3
 import pandas as pd
 import pytest
 
@@ -61,7 +60,7 @@ def test_bad_base_names_the_variable(base):
         report_dir(base, DAY)
 
 
-def test_s3_without_kms_key_uses_aes256(moto_s3, monkeypatch):
+def test_s3_without_kms_key_uses_aes256(moto_s3, s3_client, monkeypatch):
     monkeypatch.setenv(
         "AIRFLOW_CONN_AES_ONLY",
         json.dumps(
@@ -73,13 +72,7 @@ def test_s3_without_kms_key_uses_aes256(moto_s3, monkeypatch):
             }
         ),
     )
-    s3 = boto3.client(
-        "s3",
-        endpoint_url=moto_s3,
-        region_name="us-east-1",
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-    )
+    s3 = s3_client
     s3.create_bucket(Bucket="aes-reports")
     content = stage_and_publish("s3://aes_only@aes-reports/esg", 4)
     prefix = "esg/report_date=2026-12-04/"
