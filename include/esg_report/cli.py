@@ -43,13 +43,28 @@ def summary(report_date: dt.date) -> int:
     return 0 if verified else 2
 
 
+def _utc(moment: object) -> str:
+    """ISO 8601 in UTC; SQLite hands timestamps back without their zone, and they were written in UTC."""
+    if not isinstance(moment, dt.datetime):
+        return str(moment)
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=dt.UTC)
+    return moment.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _cell(value: object) -> str:
+    """One TSV cell: reasons may hold tabs or line breaks, which would split the row."""
+    return " ".join(str("" if value is None else value).split())
+
+
 def errors(report_date: dt.date) -> int:
     """Print the Failed and Partial accounts of a date with reason, attempts and last attempt time."""
     rows = Ledger(connect(cfg.load_ledger_settings())).problems(report_date)
     writer = sys.stdout.write
-    writer("account_id\tstatus\tattempts\tlast_attempt_at\treason\n")
+    writer("account_id\tstatus\tattempts\tlast_attempt_at\trun_id\treason\n")
     for row in rows:
-        writer(f"{row['account_id']}\t{row['status']}\t{row['attempts']}\t{row['last_attempt_at']}\t{row['reason']}\n")
+        cells = (row["account_id"], row["status"], row["attempts"], _utc(row["last_attempt_at"]), row["run_id"])
+        writer("\t".join(map(_cell, (*cells, row["reason"]))) + "\n")
     sys.stderr.write(f"{len(rows)} Failed or Partial accounts for {report_date}\n")
     return 0
 

@@ -35,6 +35,10 @@ from include.esg_report.validation import ESG_FIELDS, RatingResult, Status
 
 log = logging.getLogger(__name__)
 
+# Results that the cache serves; a Failed one is fetched again by the next run or retry.
+FINAL_STATUSES: tuple[str, ...] = (Status.SUCCESSFUL.value, Status.PARTIAL.value)
+REUSE_MODES: tuple[str, ...] = ("final", "run", "any")
+
 metadata = MetaData()
 # Byte order on both databases (SQLite's default BINARY, PostgreSQL's "C"): the report's order.
 _ID = String(64).with_variant(String(64, collation="C"), "postgresql")
@@ -181,24 +185,26 @@ class Ledger:
             return [(row.account_id, row.account_name) for row in conn.execute(query)]
 
     def done_accounts(self, report_date: dt.date, account_ids: list[str], run_id: str, reuse: str) -> set[str]:
-        """Accounts whose result needs no new fetch: this run's, plus cached ones per `reuse`.
+        """Accounts whose result needs no new fetch for the report date, per `reuse`.
 
-        reuse: "final" (Successful/Partial results of the date), "any" (every result), "none".
+        reuse: "final" (a Successful/Partial result of any run: the cache), "run" (a Successful/Partial
+        result written by this run: a retry or clear keeps its own work, even with force_refresh),
+        "any" (any result at all, Failed too: rows an override run keeps as they are).
+        A Failed result is never final: the next run of the date, or a retry, fetches it again.
         """
+        if reuse not in REUSE_MODES:
+            raise ValueError(f"reuse must be one of {REUSE_MODES}, got {reuse!r}")
         if not account_ids:
             return set()
-        condition = results.c.run_id == run_id
-        if reuse == "final":
-            condition = condition | results.c.status.in_([Status.SUCCESSFUL.value, Status.PARTIAL.value])
-        elif reuse == "any":
-            condition = results.c.status.is_not(None)
+        final = results.c.status.in_(FINAL_STATUSES)
+        condition = {"final": final, "run": final & (results.c.run_id == run_id), "any": results.c.status.is_not(None)}
         done: set[str] = set()
         with self.engine.connect() as conn:
             for start in range(0, len(account_ids), 1000):
                 query = select(results.c.account_id).where(
                     results.c.report_date == report_date.isoformat(),
                     results.c.account_id.in_(account_ids[start : start + 1000]),
-                    condition,
+                    condition[reuse],
                 )
                 done.update(conn.execute(query).scalars())
         return done

@@ -58,11 +58,32 @@ def list_accounts(run_id: str, report_date: dt.date, override_ids: list[str] | N
     if len(batches) > MAX_BATCHES:
         batches = ledger.plan_batches(list_id, math.ceil(active / MAX_BATCHES))
     log.info("report %s: %d listed rows, %d active accounts, %d batches", report_date, listed, active, len(batches))
-    not_active = sorted(set(override_ids or ()) - ledger.active_among(list_id, list(override_ids or ())))
-    if not_active:
-        log.warning("account_ids that are not active accounts, not fetched: %s", ", ".join(map(repr, not_active)))
+    override = _override(ledger, list_id, override_ids)
     common = {"list_id": list_id, "report_date": report_date.isoformat(), "batches": len(batches)}
-    return [{**common, **dataclasses.asdict(b)} for b in batches]
+    descriptors = [{**common, **dataclasses.asdict(b)} for b in batches]
+    if override is not None:
+        # build_report reads the first descriptor; the others stay small.
+        descriptors[0]["override"] = override
+    return descriptors
+
+
+def _override(ledger: Ledger, list_id: str, override_ids: list[str] | None) -> dict[str, list[str]] | None:
+    """The manual override of a run: the ids asked for, and those that are not active accounts."""
+    if not override_ids:
+        return None
+    asked = sorted(set(override_ids))
+    not_active = sorted(set(asked) - ledger.active_among(list_id, asked))
+    if not_active:
+        log.warning(
+            "override: %d of %d account_ids are not active accounts and were not fetched: %s",
+            len(not_active),
+            len(asked),
+            ", ".join(map(repr, not_active)),
+        )
+    log.info(
+        "override: re-fetching %d active account(s), keeping the other rows of the date", len(asked) - len(not_active)
+    )
+    return {"account_ids": asked, "not_active": not_active}
 
 
 def batch_label(batch: dict[str, Any]) -> str:
@@ -96,21 +117,14 @@ def fetch_batch(
 ) -> dict[str, Any]:
     """Fetch one batch's ratings, skipping accounts the ledger already holds for the date.
 
-    With override ids, only those are fetched (cache bypassed) and every other row of the date is kept.
+    With override ids, those are fetched (cache bypassed) and every other row of the date is kept.
     """
     ledger = _ledger()
     report_date = dt.date.fromisoformat(batch["report_date"])
     fields = {f.name for f in dataclasses.fields(Batch)}
     accounts = ledger.batch_accounts(batch["list_id"], Batch(**{k: batch[k] for k in fields}))
     ids = [account_id for account_id, _ in accounts]
-    if override_ids:
-        wanted = set(override_ids)
-        done = ledger.done_accounts(report_date, ids, run_id, reuse="any") - wanted
-        done |= {account_id for account_id in ids if account_id in wanted} & ledger.done_accounts(
-            report_date, ids, run_id, reuse="none"
-        )
-    else:
-        done = ledger.done_accounts(report_date, ids, run_id, reuse="none" if force_refresh else "final")
+    done = _done_accounts(ledger, report_date, ids, run_id, force_refresh, override_ids)
     todo = [account_id for account_id in ids if account_id not in done]
     log.info(
         "%s: %d accounts, %d already in the ledger, %d to fetch",
@@ -127,6 +141,30 @@ def fetch_batch(
         "reused": len(done),
         "status_counts": dict(counts),
     }
+
+
+def _done_accounts(
+    ledger: Ledger,
+    report_date: dt.date,
+    ids: list[str],
+    run_id: str,
+    force_refresh: bool,
+    override_ids: list[str] | None,
+) -> set[str]:
+    """The accounts of a batch that need no fetch in this run (the cache and resume rules)."""
+    if not override_ids:
+        # The cache: any final result of the date; with force_refresh only this run's own, so that a
+        # retry or clear of a force_refresh batch does not fetch again what it already fetched.
+        return ledger.done_accounts(report_date, ids, run_id, reuse="run" if force_refresh else "final")
+    # Override: the named accounts are fetched again (this run's own final results excepted, for the
+    # same reason); every other row of the date is kept as it is, Failed included, and an account
+    # with no row at all yet is fetched so that the republished report is complete.
+    wanted = set(override_ids)
+    named = [account_id for account_id in ids if account_id in wanted]
+    others = [account_id for account_id in ids if account_id not in wanted]
+    return ledger.done_accounts(report_date, named, run_id, reuse="run") | ledger.done_accounts(
+        report_date, others, run_id, reuse="any"
+    )
 
 
 def build_report(listing: dict[str, Any], run_id: str) -> dict[str, Any]:
@@ -146,6 +184,7 @@ def build_report(listing: dict[str, Any], run_id: str) -> dict[str, Any]:
         "base": base,
         "staged": staged,
         "summary": dataclasses.asdict(summary),
+        "override": listing.get("override"),
     }
 
 
@@ -153,12 +192,16 @@ def publish_report(built: dict[str, Any], run_id: str) -> dict[str, Any]:
     """Publish the staged report and its manifest; return where it is and its status counts."""
     report_date = dt.date.fromisoformat(built["report_date"])
     summary = ReportSummary(**built["summary"])
-    content = manifest(summary, report_date, run_id, {})
+    override = built.get("override")
+    content = manifest(summary, report_date, run_id, {"override": override} if override else {})
     url = publish(built["staged"], content, built["base"], report_date)
     log.info("report %s: %s rows %s", report_date, summary.row_count, summary.status_counts)
+    if override and override["not_active"]:
+        log.warning("override: not active, not in the report: %s", ", ".join(map(repr, override["not_active"])))
     return {
         "report": url,
         "row_count": summary.row_count,
         "status_counts": summary.status_counts,
         "sha256": summary.sha256,
+        **({"override": override} if override else {}),
     }

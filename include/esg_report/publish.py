@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 import logging
 import uuid
@@ -93,16 +94,33 @@ def _move(source: ObjectStoragePath, target: ObjectStoragePath) -> None:
         fs.mv(source.path, target.path)
 
 
+def _sha256(path: ObjectStoragePath) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def publish(staged_name: str, content: dict[str, Any], base: str, report_date: dt.date) -> str:
-    """Move the staged report to its final key and write the manifest last; return the report URL."""
+    """Move the staged report to its final key and write the manifest last; return the report URL.
+
+    Idempotent: when an earlier attempt already moved this staged report in and stopped before the
+    manifest (a crash, a killed worker), a retry finds the report in place and writes the manifest.
+    """
     folder = report_dir(base, report_date)
     staged = folder / STAGING_DIR / staged_name
     final = folder / report_file_name(report_date)
     manifest_path = folder / MANIFEST_NAME
-    # Withdraw the old manifest first: no reader may pair it with the report about to replace it.
-    if manifest_path.exists():
-        manifest_path.unlink()
-    _move(staged, final)
+    if staged.exists():
+        # Withdraw the old manifest first: no reader may pair it with the report about to replace it.
+        if manifest_path.exists():
+            manifest_path.unlink()
+        _move(staged, final)
+    elif final.exists() and _sha256(final) == content["sha256"]:
+        log.warning("%s is already in place (an earlier attempt stopped before the manifest): finishing", final)
+    else:
+        raise FileNotFoundError(f"staged report {staged} is gone and {final} is not it: build the report again")
     body = json.dumps(content, indent=2, sort_keys=True).encode()
     staged_manifest = folder / STAGING_DIR / f"{uuid.uuid4().hex}.json"
     with staged_manifest.fs.open(staged_manifest.path, "wb", **_encryption(staged_manifest)) as out:

@@ -64,8 +64,11 @@ def test_record_replaces_and_cache_rules(ledger):
     ids = ["a", "b", "c"]
     assert ledger.done_accounts(DAY, ids, "run2", reuse="final") == {"a"}
     assert ledger.done_accounts(DAY, ids, "run2", reuse="any") == {"a", "b"}
-    assert ledger.done_accounts(DAY, ids, "run2", reuse="none") == set()
-    assert ledger.done_accounts(DAY, ids, "run1", reuse="none") == {"a", "b"}
+    assert ledger.done_accounts(DAY, ids, "run2", reuse="run") == set()
+    # A retry of run1 keeps run1's final results and fetches its Failed one again.
+    assert ledger.done_accounts(DAY, ids, "run1", reuse="run") == {"a"}
+    with pytest.raises(ValueError, match="reuse"):
+        ledger.done_accounts(DAY, ids, "run1", reuse="none")
     assert ledger.done_accounts(DAY + dt.timedelta(days=1), ids, "run2", reuse="final") == set()
     ledger.record(DAY, "run2", ok("b"), 3, T0, T0)
     assert ledger.done_accounts(DAY, ids, "run3", reuse="final") == {"a", "b"}
