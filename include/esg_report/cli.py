@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import hashlib
 import json
 import sys
 
 from include.esg_report import settings as cfg
 from include.esg_report.dates import REPORT_TIMEZONE
 from include.esg_report.ledger import Ledger, connect
-from include.esg_report.publish import MANIFEST_NAME, report_dir
+from include.esg_report.publish import MANIFEST_NAME, report_dir, sha256_of
 
 
 def _today() -> str:
@@ -27,11 +26,7 @@ def summary(report_date: dt.date) -> int:
         return 1
     content = json.loads(manifest_path.read_bytes())
     report = folder / content["report"]
-    digest = hashlib.sha256()
-    with report.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    verified = digest.hexdigest() == content["sha256"]
+    verified = sha256_of(report) == content["sha256"]
     counts = ", ".join(f"{k} {v}" for k, v in sorted(content["status_counts"].items()))
     sys.stdout.write(
         f"report:   {report}\n"

@@ -94,7 +94,8 @@ def _move(source: ObjectStoragePath, target: ObjectStoragePath) -> None:
         fs.mv(source.path, target.path)
 
 
-def _sha256(path: ObjectStoragePath) -> str:
+def sha256_of(path: ObjectStoragePath) -> str:
+    """Hex sha256 of an object's bytes, read in blocks."""
     digest = hashlib.sha256()
     with path.open("rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
@@ -117,7 +118,7 @@ def publish(staged_name: str, content: dict[str, Any], base: str, report_date: d
         if manifest_path.exists():
             manifest_path.unlink()
         _move(staged, final)
-    elif final.exists() and _sha256(final) == content["sha256"]:
+    elif final.exists() and sha256_of(final) == content["sha256"]:
         log.warning("%s is already in place (an earlier attempt stopped before the manifest): finishing", final)
     else:
         raise FileNotFoundError(f"staged report {staged} is gone and {final} is not it: build the report again")
