@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import csv
-import gzip
-import hashlib
-import io
 import json
 import os
 import sqlite3
@@ -15,8 +11,14 @@ from pathlib import Path
 
 import pytest
 
-from include.esg_report.report import COLUMNS, escape_formula
+from include.esg_report.report import COLUMNS
 from include.esg_sandbox.process import run_sandbox
+from tests.integration.report_checks import (
+    assert_manifest_matches,
+    assert_rows_are_the_oracle,
+    report_rows,
+    sandbox_connections,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 AIRFLOW = str(Path(sys.executable).with_name("airflow"))
@@ -35,26 +37,14 @@ pytestmark = pytest.mark.e2e
 
 
 def airflow_env(home: Path, sandbox_url: str, s3_url: str) -> dict[str, str]:
-    def api(scope: str, **extra) -> str:
-        return json.dumps(
-            {
-                "conn_type": "http",
-                "host": sandbox_url,
-                "login": "esg-local",
-                "password": "esg-local-secret",
-                "extra": {"token_url": f"{sandbox_url}/oauth2/token", "scope": scope, **extra},
-            }
-        )
-
     return {
         **os.environ,
         "AIRFLOW_HOME": str(home),
         "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "PYTHONPATH": str(ROOT),
-        "AIRFLOW_CONN_ACCOUNT_MANAGEMENT": api("accounts:read", page_size=50),
-        "AIRFLOW_CONN_ESG_API": api(
-            "esg:read", rate_limit_per_second=100, request_deadline=3.5, read_timeout=3, max_attempts=4
+        **sandbox_connections(
+            sandbox_url, rate_limit_per_second=100, request_deadline=3.5, read_timeout=3, max_attempts=4
         ),
         "AIRFLOW_CONN_ESG_LEDGER": json.dumps({"conn_type": "sqlite", "host": str(home / "ledger.sqlite")}),
         "AIRFLOW_CONN_AWS_DEFAULT": json.dumps(
@@ -110,28 +100,16 @@ def _key(name: str) -> str:
 def test_report_rows_match_what_the_sandbox_served(published):
     s3 = published["s3"]
     body = s3.get_object(Bucket=BUCKET, Key=_key(f"esg_ratings_{REPORT_DATE}.csv.gz"))["Body"].read()
-    text = gzip.decompress(body).decode("utf-8")
-    rows = list(csv.reader(io.StringIO(text, newline="")))
-    assert tuple(rows[0]) == COLUMNS
-    expected = [
-        [escape_formula(r[0]), escape_formula(r[1]), *r[2:6], escape_formula(r[6]), *r[7:]]
-        for r in published["oracle"]["rows"]
-    ]
-    assert len(rows) - 1 == len(expected) == 240
-    for got, want in zip(rows[1:], expected, strict=True):
-        assert got == want
-    statuses = {r[-1] for r in rows[1:]}
-    assert statuses == {"Successful", "Partial", "Failed"}
+    assert_rows_are_the_oracle(body, published["oracle"], 240)
+    assert {r[-1] for r in report_rows(body)[1:]} == {"Successful", "Partial", "Failed"}
 
 
 def test_manifest_matches_report_and_is_complete(published):
     s3 = published["s3"]
     body = s3.get_object(Bucket=BUCKET, Key=_key(f"esg_ratings_{REPORT_DATE}.csv.gz"))["Body"].read()
     manifest = json.loads(s3.get_object(Bucket=BUCKET, Key=_key("_SUCCESS.json"))["Body"].read())
-    assert manifest["sha256"] == hashlib.sha256(body).hexdigest()
-    assert manifest["bytes"] == len(body)
+    assert_manifest_matches(body, manifest, REPORT_DATE)
     assert manifest["row_count"] == 240
-    assert manifest["report_date"] == REPORT_DATE
     assert manifest["report"] == f"esg_ratings_{REPORT_DATE}.csv.gz"
     assert manifest["schema_version"] == 1
     assert manifest["columns"] == list(COLUMNS)

@@ -7,10 +7,6 @@ ledger (SQLite or PostgreSQL, switched through the `esg_ledger` connection in th
 from __future__ import annotations
 
 import contextlib
-import csv
-import gzip
-import hashlib
-import io
 import json
 import time
 from collections.abc import Iterator
@@ -23,11 +19,11 @@ from sqlalchemy import delete, func, select
 
 from include.esg_report.ledger import connect, results
 from include.esg_report.publish import MANIFEST_NAME
-from include.esg_report.report import COLUMNS, escape_formula
 from include.esg_report.settings import LedgerSettings
 from include.esg_sandbox.dataset import Dataset
 from include.esg_sandbox.process import SandboxProcess, run_sandbox
 from tests.integration.airflow_cluster import AirflowCluster, AirflowError
+from tests.integration.report_checks import assert_manifest_matches, assert_rows_are_the_oracle, sandbox_connections
 
 pytestmark = pytest.mark.scheduler
 
@@ -40,18 +36,6 @@ CONCURRENCY = 2
 FAULTS = "transient_5xx=0.04,partial=0.06,not_found=0.03,invalid=0.02"
 FINAL = ("Successful", "Partial")
 RUN_TIMEOUT = 240
-
-
-def _api_conn(url: str, scope: str, **extra: Any) -> str:
-    return json.dumps(
-        {
-            "conn_type": "http",
-            "host": url,
-            "login": "esg-local",
-            "password": "esg-local-secret",
-            "extra": {"token_url": f"{url}/oauth2/token", "scope": scope, **extra},
-        }
-    )
 
 
 @pytest.fixture(scope="module")
@@ -73,10 +57,8 @@ def scheduled_ledger(tmp_path_factory) -> LedgerSettings:
 @pytest.fixture(scope="module")
 def cluster(sandbox, reports, scheduled_ledger) -> Iterator[AirflowCluster]:
     env = {
-        "AIRFLOW_CONN_ACCOUNT_MANAGEMENT": _api_conn(sandbox.url, "accounts:read", page_size=50),
-        "AIRFLOW_CONN_ESG_API": _api_conn(
+        **sandbox_connections(
             sandbox.url,
-            "esg:read",
             rate_limit_per_second=150,
             concurrency=CONCURRENCY,
             max_attempts=4,
@@ -148,22 +130,13 @@ def published(reports: Path, day: str) -> tuple[bytes, dict[str, Any]]:
     folder = reports / f"report_date={day}"
     body = (folder / f"esg_ratings_{day}.csv.gz").read_bytes()
     manifest = json.loads((folder / MANIFEST_NAME).read_text())
-    assert manifest["sha256"] == hashlib.sha256(body).hexdigest()
-    assert manifest["report_date"] == day
+    assert_manifest_matches(body, manifest, day)
     return body, manifest
 
 
 def assert_report_is_the_oracle(body: bytes, sandbox: SandboxProcess, day: str) -> None:
     """Row by row, the report is what the sandbox served for the date."""
-    rows = list(csv.reader(io.StringIO(gzip.decompress(body).decode("utf-8"), newline="")))
-    assert tuple(rows[0]) == COLUMNS
-    expected = [
-        [escape_formula(r[0]), escape_formula(r[1]), *r[2:6], escape_formula(r[6]), *r[7:]]
-        for r in sandbox.expected(day)["rows"]
-    ]
-    assert len(rows) - 1 == len(expected) == ACCOUNTS
-    for got, want in zip(rows[1:], expected, strict=True):
-        assert got == want
+    assert_rows_are_the_oracle(body, sandbox.expected(day), ACCOUNTS)
 
 
 def oracle_status(sandbox: SandboxProcess, day: str) -> dict[str, str]:
