@@ -9,7 +9,12 @@ from collections.abc import Iterator
 import psycopg
 import pytest
 
-from include.esg_report.settings import LedgerSettings
+from include.esg_report.settings import PROJECT_ROOT, LedgerSettings
+
+# Before Airflow is first imported: the project's plugins and DAGs, however pytest was started.
+os.environ.setdefault("AIRFLOW__CORE__PLUGINS_FOLDER", str(PROJECT_ROOT / "plugins"))
+os.environ.setdefault("AIRFLOW__CORE__DAGS_FOLDER", str(PROJECT_ROOT / "dags"))
+os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
 
 PG_HOST = os.environ.get("ESG_TEST_PG_HOST", "127.0.0.1")
 PG_PORT = int(os.environ.get("ESG_TEST_PG_PORT", "5432"))

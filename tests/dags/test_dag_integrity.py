@@ -64,6 +64,7 @@ def test_flow_and_fetch_mapping(dag):
         "fetch_batch",
         "build_report",
         "publish_report",
+        "check_quality",
     ]
     fetch = dag.get_task("fetch_batch")
     assert fetch.pool == "esg_api"
@@ -78,6 +79,51 @@ def test_params_are_typed_and_documented(dag):
     for name in params:
         param = params.get_param(name)
         assert param.description and param.schema.get("type")
+
+
+def test_deadline_alert_is_computed_at_run_creation_and_runs_in_the_triggerer(dag):
+    from airflow.sdk import AsyncCallback
+
+    from include.esg_report.alerts import ReportDeadline
+
+    (alert,) = dag.deadline if isinstance(dag.deadline, list) else [dag.deadline]
+    assert isinstance(alert.reference, ReportDeadline)
+    assert alert.interval == dt.timedelta(0)
+    assert isinstance(alert.callback, AsyncCallback)
+    # The triggerer imports the callback by this path.
+    assert alert.callback.path == "include.esg_report.alerts.deadline_missed"
+    assert alert.callback.kwargs == {}
+
+
+def test_run_and_task_callbacks_are_wired(dag):
+    from include.esg_report import alerts
+
+    assert dag.on_failure_callback in (alerts.on_run_failure, [alerts.on_run_failure])
+    assert dag.on_success_callback in (alerts.on_run_success, [alerts.on_run_success])
+    for task in dag.tasks:
+        assert alerts.record_task_error in _as_list(task.on_failure_callback), task.task_id
+        assert alerts.record_task_error in _as_list(task.on_retry_callback), task.task_id
+    assert dag.get_task("check_quality").upstream_task_ids == {"publish_report"}
+
+
+def _as_list(callbacks):
+    return callbacks if isinstance(callbacks, list) else [callbacks]
+
+
+def test_the_plugin_lets_the_scheduler_decode_the_deadline(dag):
+    # What the dag-processor stores and the scheduler reads back must name a class the plugin registers.
+    from airflow.plugins_manager import get_deadline_references_plugins
+    from airflow.serialization.decoders import decode_deadline_reference
+    from airflow.serialization.encoders import encode_deadline_reference
+
+    from include.esg_report.alerts import ReportDeadline
+
+    (alert,) = dag.deadline if isinstance(dag.deadline, list) else [dag.deadline]
+    encoded = encode_deadline_reference(alert.reference)
+    assert encoded["__class_path"] == "include.esg_report.alerts.ReportDeadline"
+    assert get_deadline_references_plugins()[encoded["__class_path"]] is ReportDeadline
+    decoded = decode_deadline_reference(encoded)
+    assert isinstance(decoded.inner_ref, ReportDeadline)
 
 
 PARSE = textwrap.dedent(
