@@ -7,9 +7,25 @@ import gzip
 import hashlib
 import io
 import json
+import os
+from pathlib import Path
 from typing import Any
 
 from include.esg_report.report import COLUMNS, escape_formula
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def dags_test_env(home: Path, **variables: str) -> dict[str, str]:
+    """Environment of a one-process Airflow on its own AIRFLOW_HOME, running the project's DAGs."""
+    return {
+        **os.environ,
+        "AIRFLOW_HOME": str(home),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "PYTHONPATH": str(ROOT),
+        **variables,
+    }
 
 
 def api_connection(url: str, scope: str, **extra: Any) -> str:

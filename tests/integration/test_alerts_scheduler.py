@@ -20,6 +20,7 @@ from include.esg_report.dates import REPORT_TIMEZONE
 from include.esg_sandbox.process import run_sandbox
 from tests.integration.airflow_cluster import AirflowCluster, AirflowError
 from tests.integration.pagerduty_receiver import PagerDutyReceiver, run_pagerduty_receiver
+from tests.integration.report_checks import sandbox_connections
 from tests.integration.smtp_capture import SmtpCapture, run_smtp_capture
 
 pytestmark = [
@@ -33,18 +34,6 @@ SMTP_PASSWORD = "smtp-e2e-secret"
 TO = "compliance@example.test,oncall@example.test"
 RUN_TIMEOUT = 240
 FAILED_DATE = "2026-11-02"
-
-
-def _api_conn(url: str, scope: str, **extra: Any) -> str:
-    return json.dumps(
-        {
-            "conn_type": "http",
-            "host": url,
-            "login": "esg-local",
-            "password": "esg-local-secret",
-            "extra": {"token_url": f"{url}/oauth2/token", "scope": scope, **extra},
-        }
-    )
 
 
 def set_variable(cluster: AirflowCluster, key: str, value: str) -> None:
@@ -64,9 +53,8 @@ def stack(tmp_path_factory) -> Iterator[tuple[AirflowCluster, Any, SmtpCapture, 
         run_pagerduty_receiver(folder, ROUTING_KEY) as pd,
     ):
         env = {
-            "AIRFLOW_CONN_ACCOUNT_MANAGEMENT": _api_conn(sandbox.url, "accounts:read", page_size=50),
             # One request at a time, so the sandbox's latency decides how long a batch takes.
-            "AIRFLOW_CONN_ESG_API": _api_conn(sandbox.url, "esg:read", rate_limit_per_second=150, concurrency=1),
+            **sandbox_connections(sandbox.url, rate_limit_per_second=150, concurrency=1),
             "AIRFLOW_CONN_ESG_LEDGER": json.dumps({"conn_type": "sqlite", "host": str(folder / "ledger.sqlite")}),
             "AIRFLOW_CONN_SMTP_DEFAULT": json.dumps(smtp.connection()),
             "AIRFLOW_CONN_PAGERDUTY_EVENTS_DEFAULT": json.dumps(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
 import subprocess
 import sys
@@ -16,6 +15,7 @@ from include.esg_sandbox.process import run_sandbox
 from tests.integration.report_checks import (
     assert_manifest_matches,
     assert_rows_are_the_oracle,
+    dags_test_env,
     report_rows,
     sandbox_connections,
 )
@@ -37,17 +37,13 @@ pytestmark = pytest.mark.e2e
 
 
 def airflow_env(home: Path, sandbox_url: str, s3_url: str) -> dict[str, str]:
-    return {
-        **os.environ,
-        "AIRFLOW_HOME": str(home),
-        "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
-        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "PYTHONPATH": str(ROOT),
+    return dags_test_env(
+        home,
         **sandbox_connections(
             sandbox_url, rate_limit_per_second=100, request_deadline=3.5, read_timeout=3, max_attempts=4
         ),
-        "AIRFLOW_CONN_ESG_LEDGER": json.dumps({"conn_type": "sqlite", "host": str(home / "ledger.sqlite")}),
-        "AIRFLOW_CONN_AWS_DEFAULT": json.dumps(
+        AIRFLOW_CONN_ESG_LEDGER=json.dumps({"conn_type": "sqlite", "host": str(home / "ledger.sqlite")}),
+        AIRFLOW_CONN_AWS_DEFAULT=json.dumps(
             {
                 "conn_type": "aws",
                 "login": "testing",
@@ -55,11 +51,11 @@ def airflow_env(home: Path, sandbox_url: str, s3_url: str) -> dict[str, str]:
                 "extra": {"endpoint_url": s3_url, "region_name": "us-east-1", "sse_kms_key_id": KMS_KEY},
             }
         ),
-        "AIRFLOW_VAR_ESG_REPORT_BASE": f"s3://aws_default@{BUCKET}/esg-ratings",
-        "AIRFLOW_VAR_ESG_BATCH_SIZE": "60",
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-    }
+        AIRFLOW_VAR_ESG_REPORT_BASE=f"s3://aws_default@{BUCKET}/esg-ratings",
+        AIRFLOW_VAR_ESG_BATCH_SIZE="60",
+        AWS_ACCESS_KEY_ID="testing",
+        AWS_SECRET_ACCESS_KEY="testing",
+    )
 
 
 def run(args: list[str], env: dict[str, str], log: Path, timeout: int = 600) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import signal
@@ -14,7 +15,12 @@ from pathlib import Path
 import pytest
 
 from include.esg_sandbox.process import run_sandbox
-from tests.integration.report_checks import assert_manifest_matches, assert_rows_are_the_oracle, sandbox_connections
+from tests.integration.report_checks import (
+    assert_manifest_matches,
+    assert_rows_are_the_oracle,
+    dags_test_env,
+    sandbox_connections,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -26,17 +32,13 @@ CONCURRENCY = 4
 
 
 def _env(home: Path, sandbox_url: str, reports: Path) -> dict[str, str]:
-    return {
-        **os.environ,
-        "AIRFLOW_HOME": str(home),
-        "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
-        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "PYTHONPATH": str(ROOT),
+    return dags_test_env(
+        home,
         **sandbox_connections(sandbox_url, rate_limit_per_second=100, concurrency=CONCURRENCY, max_attempts=4),
-        "AIRFLOW_CONN_ESG_LEDGER": json.dumps({"conn_type": "sqlite", "host": str(home / "ledger.sqlite")}),
-        "AIRFLOW_VAR_ESG_REPORT_BASE": reports.as_uri(),
-        "AIRFLOW_VAR_ESG_BATCH_SIZE": "50",
-    }
+        AIRFLOW_CONN_ESG_LEDGER=json.dumps({"conn_type": "sqlite", "host": str(home / "ledger.sqlite")}),
+        AIRFLOW_VAR_ESG_REPORT_BASE=reports.as_uri(),
+        AIRFLOW_VAR_ESG_BATCH_SIZE="50",
+    )
 
 
 def _results(home: Path) -> int:
@@ -53,8 +55,9 @@ def test_killed_dags_test_then_rerun_fetches_each_account_once(tmp_path):
     log = (home / "run.log").open("a")
     with run_sandbox(accounts=ACCOUNTS, faults="partial=0.06,not_found=0.03", latency_ms=150, seed=5) as sandbox:
         env = _env(home, sandbox.url, reports)
-        subprocess.run([AIRFLOW, "db", "migrate"], env=env, cwd=ROOT, stdout=log, stderr=log, check=True)
-        subprocess.run([AIRFLOW, "pools", "set", "esg_api", "4", "x"], env=env, cwd=ROOT, stdout=log, check=True)
+        airflow = functools.partial(subprocess.run, env=env, cwd=ROOT, stdout=log, stderr=log, check=True)
+        airflow([AIRFLOW, "db", "migrate"])
+        airflow([AIRFLOW, "pools", "set", "esg_api", "4", "x"])
         first = subprocess.Popen(
             [AIRFLOW, "dags", "test", "esg_ratings_report", f"{DAY}T05:00:00-06:00"],
             env=env,
@@ -73,15 +76,7 @@ def test_killed_dags_test_then_rerun_fetches_each_account_once(tmp_path):
         assert not (reports / f"report_date={DAY}").exists()
 
         # Another run of the same report date (a later logical time of the same Chicago day).
-        subprocess.run(
-            [AIRFLOW, "dags", "test", "esg_ratings_report", f"{DAY}T06:00:00-06:00"],
-            env=env,
-            cwd=ROOT,
-            stdout=log,
-            stderr=log,
-            check=True,
-            timeout=300,
-        )
+        airflow([AIRFLOW, "dags", "test", "esg_ratings_report", f"{DAY}T06:00:00-06:00"], timeout=300)
         served = sandbox.stats(per_account=True)["per_account"]
         oracle = sandbox.expected(DAY)
 
