@@ -93,7 +93,9 @@ async def _serve(server: uvicorn.Server, sock: socket.socket, url: str, port_fil
         await asyncio.sleep(0.01)
     if port_file is not None:
         _write_port_file(port_file, sock.getsockname()[1])
-    print(f"esg-sandbox listening on {url}", flush=True)  # noqa: T201 - the one line callers wait for
+    # The one line callers wait for.
+    sys.stdout.write(f"esg-sandbox listening on {url}\n")
+    sys.stdout.flush()
     logger.info("serving %s", url)
     await task
 
