@@ -18,6 +18,7 @@ from include.esg_report.ledger import Batch, Ledger, connect
 from include.esg_report.publish import manifest, publish, stage_report
 from include.esg_report.ratelimit import bucket_table, shared_limiter
 from include.esg_report.report import ReportSummary
+from include.esg_report.settings import LedgerSettings
 from include.esg_report.upstream import OAuthApi
 
 log = logging.getLogger(__name__)
@@ -91,10 +92,12 @@ def batch_label(batch: dict[str, Any]) -> str:
     return f"batch {batch['index'] + 1}/{batch['batches']}: {batch['first_id']} … {batch['last_id']} ({batch['size']})"
 
 
-async def _fetch(ledger: Ledger, todo: list[str], report_date: dt.date, run_id: str) -> Counter[str]:
+async def _fetch(
+    ledger: Ledger, ledger_settings: LedgerSettings, todo: list[str], report_date: dt.date, run_id: str
+) -> Counter[str]:
     settings = cfg.load_api_settings(cfg.ESG_CONN_ID)
     limiter = shared_limiter(
-        cfg.load_ledger_settings(),
+        ledger_settings,
         bucket_table(settings.base_url, settings.client_id),
         settings.rate_limit_per_second or 50.0,
     )
@@ -119,7 +122,9 @@ def fetch_batch(
 
     With override ids, those are fetched (cache bypassed) and every other row of the date is kept.
     """
-    ledger = _ledger()
+    # The limiter shares the ledger's database: one read of its connection serves both.
+    ledger_settings = cfg.load_ledger_settings()
+    ledger = Ledger(connect(ledger_settings))
     report_date = dt.date.fromisoformat(batch["report_date"])
     fields = {f.name for f in dataclasses.fields(Batch)}
     accounts = ledger.batch_accounts(batch["list_id"], Batch(**{k: batch[k] for k in fields}))
@@ -133,7 +138,7 @@ def fetch_batch(
         len(done),
         len(todo),
     )
-    counts = asyncio.run(_fetch(ledger, todo, report_date, run_id)) if todo else Counter()
+    counts = asyncio.run(_fetch(ledger, ledger_settings, todo, report_date, run_id)) if todo else Counter()
     return {
         "index": batch["index"],
         "accounts": len(ids),

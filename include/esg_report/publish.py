@@ -83,12 +83,12 @@ def manifest(summary: ReportSummary, report_date: dt.date, run_id: str, extra: d
     }
 
 
-def _move(source: ObjectStoragePath, target: ObjectStoragePath) -> None:
+def _move(source: ObjectStoragePath, target: ObjectStoragePath, encryption: dict[str, str]) -> None:
     """Put source at target in one step: a rename locally, a server-side copy on S3."""
     fs = source.fs
     if source.protocol in S3_PROTOCOLS:
         # CopyObject makes the target appear whole; it must repeat the encryption arguments.
-        fs.copy(source.path, target.path, **_encryption(target))
+        fs.copy(source.path, target.path, **encryption)
         fs.rm(source.path)
     else:
         fs.mv(source.path, target.path)
@@ -113,19 +113,21 @@ def publish(staged_name: str, content: dict[str, Any], base: str, report_date: d
     staged = folder / STAGING_DIR / staged_name
     final = folder / report_file_name(report_date)
     manifest_path = folder / MANIFEST_NAME
+    # Every object of the date lives in one store: one look-up of its encryption settings.
+    encryption = _encryption(folder)
     if staged.exists():
         # Withdraw the old manifest first: no reader may pair it with the report about to replace it.
         if manifest_path.exists():
             manifest_path.unlink()
-        _move(staged, final)
+        _move(staged, final, encryption)
     elif final.exists() and sha256_of(final) == content["sha256"]:
         log.warning("%s is already in place (an earlier attempt stopped before the manifest): finishing", final)
     else:
         raise FileNotFoundError(f"staged report {staged} is gone and {final} is not it: build the report again")
     body = json.dumps(content, indent=2, sort_keys=True).encode()
     staged_manifest = folder / STAGING_DIR / f"{uuid.uuid4().hex}.json"
-    with staged_manifest.fs.open(staged_manifest.path, "wb", **_encryption(staged_manifest)) as out:
+    with staged_manifest.fs.open(staged_manifest.path, "wb", **encryption) as out:
         out.write(body)
-    _move(staged_manifest, manifest_path)
+    _move(staged_manifest, manifest_path, encryption)
     log.info("published %s (%d rows, sha256 %s)", final, content["row_count"], content["sha256"])
     return str(final)

@@ -68,8 +68,8 @@ def test_crash_between_report_and_manifest_is_repaired_by_the_retry_and_by_a_rer
         import datetime as dt, json, os, signal
         from include.esg_report import publish as p
         real_move = p._move
-        def move_then_die(source, target):
-            real_move(source, target)
+        def move_then_die(source, target, *args):
+            real_move(source, target, *args)
             os.kill(os.getpid(), signal.SIGKILL)
         p._move = move_then_die
         p.publish({staged!r}, json.loads({json.dumps(content)!r}), {base!r}, dt.date.fromisoformat({DAY.isoformat()!r}))
